@@ -1,0 +1,130 @@
+"""`vgrad` command line.  Bad flags, files or values exit 2 with a message that names them.
+
+    vgrad grid list | show NAME|FILE | validate FILE
+    vgrad spec  [--depth 56 --activation sigmoid ...]   canonical JSON + trial_id
+    vgrad model [--depth 56 --input imagenet ...]       layout, parameters, layer table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .grid import load_grid, named_grids
+from .spec import FIELDS, SpecError, TrialSpec, field_help
+
+
+def _add_spec_flags(parser: argparse.ArgumentParser, only_groups=None) -> None:
+    """One --flag per flat spec field (dashes for underscores), validated later in one pass."""
+    group = parser.add_argument_group("trial settings (see docs/spec.md)")
+    for key, (g, _) in FIELDS.items():
+        if only_groups is None or g in only_groups:
+            group.add_argument("--" + key.replace("_", "-"), dest="spec_" + key, metavar="V",
+                               help=field_help(key))
+
+
+def _flags_to_flat(args: argparse.Namespace) -> dict:
+    return {k[5:]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError([f"--set {item!r}: expected KEY=VALUE"])
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def cmd_grid(args) -> int:
+    if args.grid_cmd == "list":
+        for name in named_grids():
+            g = load_grid(name)
+            print(f"{name:10s} {len(g):5d} trials  {g.description.split('. ')[0].strip()}")
+        return 0
+    grid = load_grid(args.grid, seeds=getattr(args, "seeds", None), overrides=_parse_sets(getattr(args, "set", None)))
+    trials = grid.trials()
+    if args.grid_cmd == "validate":
+        print(f"{args.grid}: valid, {len(trials)} trials")
+        return 0
+    if args.format == "json":
+        print(json.dumps({"grid": grid.to_dict(), "trials": [
+            {"trial_id": t.trial_id, **t.to_flat()} for t in trials]}, indent=1))
+        return 0
+    axes = [k for k, _ in grid.axes] + ["seed"]
+    print(f"grid {grid.name}: {len(trials)} trials = "
+          + " x ".join(f"{len(v)} {k}" for k, v in grid.axes) + f" x {len(grid.seeds)} seeds")
+    if grid.fixed:
+        print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed))
+    shown = trials if args.limit is None else trials[: args.limit]
+    flat = [t.to_flat() for t in shown]
+    print(_table([[t.trial_id] + [f[a] for a in axes] for t, f in zip(shown, flat)], ["trial_id"] + axes))
+    if len(shown) < len(trials):
+        print(f"... {len(trials) - len(shown)} more (--limit)")
+    return 0
+
+
+def cmd_spec(args) -> int:
+    trial = TrialSpec.from_flat(_flags_to_flat(args))
+    print(json.dumps({"trial_id": trial.trial_id, **trial.to_dict()}, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_model(args) -> int:
+    trial = TrialSpec.from_flat(_flags_to_flat(args))
+    from .models import build_model, count_params  # torch import: only here
+
+    net = build_model(trial.model, seed=trial.seed)
+    lay = net.layout
+    print(f"{trial.model.arch} {trial.model.input} depth {trial.model.depth}: {lay.block} blocks "
+          f"{list(lay.stages)}, {lay.stem_extra} extra stem convs, {count_params(net):,} parameters")
+    print(_table([[i.index, i.name, i.kind, i.fan_in, i.fan_out, i.numel] for i in net.layers],
+                 ["layer_index", "layer_name", "layer_kind", "fan_in", "fan_out", "numel"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vgrad", description=(
+        "Reproduce the study of vanishing gradients in deep CNNs: grids of trials, "
+        "per-layer gradient statistics, figures and a claims table."))
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("grid", help="list, show or validate grids (named or YAML files)")
+    gsub = g.add_subparsers(dest="grid_cmd", required=True, metavar="ACTION")
+    gsub.add_parser("list", help="the named grids packaged with vgrad")
+    show = gsub.add_parser("show", help="count and table of a grid's trials")
+    show.add_argument("grid", help=f"a named grid ({', '.join(named_grids())}) or a YAML file")
+    show.add_argument("--seeds", type=int, help="override the grid's seed count")
+    show.add_argument("--set", action="append", metavar="KEY=VALUE", help="pin a setting (repeatable)")
+    show.add_argument("--limit", type=int, help="show only the first N trials")
+    show.add_argument("--format", choices=("table", "json"), default="table")
+    val = gsub.add_parser("validate", help="check a grid file; every problem is listed")
+    val.add_argument("grid", help="a YAML grid file (or a named grid)")
+
+    s = sub.add_parser("spec", help="print the canonical TrialSpec JSON and trial_id for flags")
+    _add_spec_flags(s)
+    m = sub.add_parser("model", help="build a model from flags: layout, parameters, layer table")
+    _add_spec_flags(m, only_groups={"model", None})
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"grid": cmd_grid, "spec": cmd_spec, "model": cmd_model}
+    try:
+        return handlers[args.cmd](args)
+    except SpecError as e:
+        print(f"vgrad {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
