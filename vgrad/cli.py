@@ -20,7 +20,7 @@ def _add_spec_flags(parser: argparse.ArgumentParser, only_groups=None) -> None:
     for key, (g, _) in FIELDS.items():
         if only_groups is None or g in only_groups:
             group.add_argument("--" + key.replace("_", "-"), dest="spec_" + key, metavar="V",
-                               help=field_help(key))
+                               help=field_help(key).replace("%", "%%"))
 
 
 def _flags_to_flat(args: argparse.Namespace) -> dict:

@@ -137,6 +137,7 @@ class DataSpec(_Spec):
     resolution: int | None = _f(None, "image side in pixels (default 32 cifar, 224 imagenet)", type=int, min=8, optional=True)
     batch_size: int = _f(128, "global batch size (split over DDP workers)", type=int, min=1)
     num_train: int = _f(50_000, "training images of the synthetic dataset", type=int, min=1)
+    num_test: int = _f(10_000, "held-out images of the synthetic dataset", type=int, min=1)
     augment: bool = _f(True, "random crop + flip on training images", type=bool)
 
 

@@ -7,8 +7,8 @@ activation, so "xavier vs he" is one variable of the grid:
   xavier      W ~ N(0, 2 / (fan_in + fan_out))        Glorot & Bengio 2010, gain 1
   he          W ~ N(0, 2 / fan_in)                     He et al. 2015, fan_in mode, gain sqrt(2)
   default     W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))   PyTorch's layer default (kaiming_uniform, a=sqrt(5))
-  orthogonal  W (as fan_out x fan_in) orthogonal rows/columns, gain 1 (Saxe et al. 2014);
-              per-entry std 1/sqrt(max(fan_in, fan_out))
+  orthogonal  W reshaped to (out_channels, fan_in) has orthonormal rows or columns,
+              gain 1 (Saxe et al. 2014); per-entry std 1/sqrt(max(out_channels, fan_in))
 Biases are zero, except ``default``: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch.
 Batch-norm scales are 1 and shifts 0.
 """
@@ -23,12 +23,15 @@ INIT_NAMES = ("xavier", "he", "default", "orthogonal")
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) = (in, out) channels x kernel area."""
     receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
-def expected_std(init: str, fan_in: int, fan_out: int) -> float:
-    """Per-entry standard deviation each init gives (what tests check empirically)."""
+def expected_std(init: str, shape: torch.Size | tuple[int, ...]) -> float:
+    """Per-entry standard deviation each init gives a weight of ``shape`` (tests check it)."""
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
     if init == "xavier":
         return math.sqrt(2.0 / (fan_in + fan_out))
     if init == "he":
@@ -36,7 +39,7 @@ def expected_std(init: str, fan_in: int, fan_out: int) -> float:
     if init == "default":
         return 1.0 / math.sqrt(3.0 * fan_in)  # U(-b, b) has std b / sqrt(3)
     if init == "orthogonal":
-        return 1.0 / math.sqrt(max(fan_in, fan_out))
+        return 1.0 / math.sqrt(max(shape[0], fan_in))
     raise ValueError(f"unknown init {init!r}; valid choices: {', '.join(INIT_NAMES)}")
 
 
@@ -46,14 +49,14 @@ def init_weighted(module: nn.Module, init: str, generator: torch.Generator) -> N
     w = module.weight
     fan_in, fan_out = fans(w)
     if init in ("xavier", "he"):
-        nn.init.normal_(w, 0.0, expected_std(init, fan_in, fan_out), generator=generator)
+        nn.init.normal_(w, 0.0, expected_std(init, w.shape), generator=generator)
     elif init == "default":
         bound = 1.0 / math.sqrt(fan_in)
         nn.init.uniform_(w, -bound, bound, generator=generator)
     elif init == "orthogonal":
         nn.init.orthogonal_(w, gain=1.0, generator=generator)
     else:
-        expected_std(init, fan_in, fan_out)  # raises with the valid choices
+        expected_std(init, w.shape)  # raises with the valid choices
     if module.bias is not None:
         if init == "default":
             bound = 1.0 / math.sqrt(fan_in)
