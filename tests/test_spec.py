@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vgrad.spec import FIELDS, ModelSpec, SpecError, TrialSpec
+from vgrad.spec import FIELDS, ModelSpec, SpecError, TrainingSpec, TrialSpec
 
 
 def test_defaults_resolve_by_input():
@@ -86,3 +86,6 @@ def test_coercion_of_strings_from_flags_and_yaml():
     assert t.training.lr == 1e-4 and t.data.augment is False
     assert t.training.steps_per_epoch is None and t.model.width == 8
     assert TrialSpec.from_flat({"lr": 1}).training.lr == 1.0  # YAML int for a float setting
+    direct = TrialSpec(training=TrainingSpec(lr=1))
+    assert isinstance(direct.training.lr, float)
+    assert direct.trial_id == TrialSpec.from_flat({"lr": 1.0}).trial_id

@@ -3,6 +3,7 @@
     vgrad grid list | show NAME|FILE | validate FILE
     vgrad spec  [--depth 56 --activation sigmoid ...]   canonical JSON + trial_id
     vgrad model [--depth 56 --input imagenet ...]       layout, parameters, layer table
+    vgrad probe --grid NAME|FILE --out URL [...]        gradient profiles at init, as Ray tasks
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from .grid import load_grid, named_grids
 from .spec import FIELDS, SpecError, TrialSpec, field_help
 
 
-def _add_spec_flags(parser: argparse.ArgumentParser, only_groups=None) -> None:
+def _add_spec_flags(parser: argparse.ArgumentParser, keys=None) -> None:
     """One --flag per flat spec field (dashes for underscores), validated later in one pass."""
     group = parser.add_argument_group("trial settings (see docs/spec.md)")
-    for key, (g, _) in FIELDS.items():
-        if only_groups is None or g in only_groups:
+    for key in FIELDS:
+        if keys is None or key in keys:
             group.add_argument("--" + key.replace("_", "-"), dest="spec_" + key, metavar="V",
                                help=field_help(key).replace("%", "%%"))
 
@@ -60,7 +61,7 @@ def cmd_grid(args) -> int:
         return 0
     axes = [k for k, _ in grid.axes] + ["seed"]
     print(f"grid {grid.name}: {len(trials)} trials = "
-          + " x ".join(f"{len(v)} {k}" for k, v in grid.axes) + f" x {len(grid.seeds)} seeds")
+          + "".join(f"{len(v)} {k} x " for k, v in grid.axes) + f"{len(grid.seeds)} seeds")
     if grid.fixed:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed))
     shown = trials if args.limit is None else trials[: args.limit]
@@ -90,6 +91,32 @@ def cmd_model(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from .probe_run import run_probe_grid
+    from .store import StorageOptions, StoreError
+
+    overrides = _parse_sets(args.set)
+    if args.dtype:
+        overrides["dtype"] = args.dtype
+    if args.batch:
+        overrides["batch_size"] = args.batch
+    grid = load_grid(args.grid, seeds=args.seeds, overrides=overrides)
+    options = StorageOptions(endpoint_url=args.endpoint_url, region=args.region)
+    try:
+        summary = run_probe_grid(grid, out=args.out, options=options, steps=args.steps, address=args.address,
+                                 sweep_id=args.sweep_id, gpus_per_cell=args.gpus_per_cell)
+    except StoreError as e:
+        print(f"vgrad probe: error: {e}", file=sys.stderr)
+        return 2
+    return 1 if summary["failed"] else 0
+
+
+def _add_storage_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, "
+                   "else AWS). Credentials come from the AWS chain (env, ~/.aws, instance profile), never flags")
+    p.add_argument("--region", help="S3 region")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vgrad", description=(
         "Reproduce the study of vanishing gradients in deep CNNs: grids of trials, "
@@ -101,29 +128,47 @@ def build_parser() -> argparse.ArgumentParser:
     gsub.add_parser("list", help="the named grids packaged with vgrad")
     show = gsub.add_parser("show", help="count and table of a grid's trials")
     show.add_argument("grid", help=f"a named grid ({', '.join(named_grids())}) or a YAML file")
-    show.add_argument("--seeds", type=int, help="override the grid's seed count")
+    show.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the grid's seeds")
     show.add_argument("--set", action="append", metavar="KEY=VALUE", help="pin a setting (repeatable)")
     show.add_argument("--limit", type=int, help="show only the first N trials")
     show.add_argument("--format", choices=("table", "json"), default="table")
     val = gsub.add_parser("validate", help="check a grid file; every problem is listed")
     val.add_argument("grid", help="a YAML grid file (or a named grid)")
 
+    pr = sub.add_parser("probe", help="gradient profiles at init (+ K steps) for every cell of a grid, as Ray tasks",
+                        description="Probe every cell of a grid at initialization (and optionally its first K "
+                        "SGD steps) on synthetic data, one Ray task per cell, each writing its own Parquet.")
+    pr.add_argument("--grid", required=True, help=f"a named grid ({', '.join(named_grids())}) or a YAML file")
+    pr.add_argument("--out", default="./results", help="root URL: a local folder or s3://bucket/prefix (default ./results)")
+    pr.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the grid's seeds")
+    pr.add_argument("--dtype", choices=("float32", "float64"), help="compute dtype (float64 sees below 1e-38)")
+    pr.add_argument("--batch", type=int, help="batch size of the probe (sets batch_size)")
+    pr.add_argument("--steps", type=int, default=0, help="also probe the first K SGD steps (default 0: init only)")
+    pr.add_argument("--set", action="append", metavar="KEY=VALUE", help="pin any setting (repeatable)")
+    pr.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    pr.add_argument("--sweep-id", help="name of the output folder (default: grid name + hash of its trials)")
+    pr.add_argument("--gpus-per-cell", type=float, default=0.0, help="GPUs per cell task (fractions pack cells)")
+    _add_storage_flags(pr)
+
     s = sub.add_parser("spec", help="print the canonical TrialSpec JSON and trial_id for flags")
     _add_spec_flags(s)
     m = sub.add_parser("model", help="build a model from flags: layout, parameters, layer table")
-    _add_spec_flags(m, only_groups={"model", None})
+    _add_spec_flags(m, keys=[k for k, (g, _) in FIELDS.items() if g == "model"] + ["seed"])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"grid": cmd_grid, "spec": cmd_spec, "model": cmd_model}
+    handlers = {"grid": cmd_grid, "spec": cmd_spec, "model": cmd_model, "probe": cmd_probe}
     try:
         return handlers[args.cmd](args)
     except SpecError as e:
         print(f"vgrad {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vgrad grid show paper | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -55,21 +55,30 @@ class SweepSpec:
             problems.append(f"seeds: a count >= 1 or a list of integers >= 0, got {self.seeds!r}")
         elif len(set(self.seeds)) != len(self.seeds):
             problems.append(f"seeds: repeated seed in {list(self.seeds)}")
-        if not problems:
-            try:  # values and cross-field rules (e.g. imagefolder needs data_root), on whole trials
-                self.trials()
-            except SpecError as e:
-                problems += e.problems
+        try:  # values and cross-field rules (e.g. imagefolder needs data_root), on whole trials
+            self._expand(check_only=True)
+        except SpecError as e:
+            problems += e.problems
         if problems:
             raise SpecError(problems)
 
     def trials(self) -> list[TrialSpec]:
         """Every TrialSpec of the grid, axes in file order, seeds innermost."""
-        keys = [k for k, _ in self.axes]
+        return self._expand()
+
+    def _expand(self, check_only: bool = False) -> list[TrialSpec]:
+        # check_only: validate values even when the grid's structure is broken, so one
+        # run lists every problem (bad seeds -> seed 0, seed axis and empty axes skipped).
+        axes = [(k, v) for k, v in self.axes if k != "seed" and v] if check_only else list(self.axes)
+        fixed = {k: v for k, v in self.fixed if k != "seed"}
+        seeds = self.seeds
+        if check_only and (not seeds or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in seeds)):
+            seeds = (0,)
+        keys = [k for k, _ in axes]
         out, problems = [], []
-        for combo in itertools.product(*(vals for _, vals in self.axes)):
-            for seed in self.seeds:
-                flat = {**dict(self.fixed), **dict(zip(keys, combo)), "seed": seed}
+        for combo in itertools.product(*(vals for _, vals in axes)):
+            for seed in seeds:
+                flat = {**fixed, **dict(zip(keys, combo)), "seed": seed}
                 try:
                     out.append(TrialSpec.from_flat(flat))
                 except SpecError as e:
@@ -95,10 +104,14 @@ class SweepSpec:
         if not isinstance(d, dict):
             raise SpecError([f"a grid file is a mapping with keys {', '.join(GRID_KEYS)}; got {type(d).__name__}"])
         problems = [f"{k}: unknown grid key; valid keys: {', '.join(GRID_KEYS)}" for k in d if k not in GRID_KEYS]
-        axes_in, fixed_in = d.get("axes") or {}, dict(d.get("fixed") or {})
+        axes_in, fixed_in = d.get("axes") or {}, d.get("fixed") or {}
         if not isinstance(axes_in, dict):
-            problems.append("axes: a mapping of setting -> list of values")
+            problems.append(f"axes: a mapping of setting -> list of values, got {axes_in!r}")
             axes_in = {}
+        if not isinstance(fixed_in, dict):
+            problems.append(f"fixed: a mapping of setting -> value, got {fixed_in!r}")
+            fixed_in = {}
+        fixed_in = dict(fixed_in)
         axes = []
         for key, values in axes_in.items():
             if not isinstance(values, list):
@@ -116,7 +129,8 @@ class SweepSpec:
         elif isinstance(raw_seeds, list):
             seed_tuple = tuple(raw_seeds)
         else:
-            seed_tuple = ()
+            problems.append(f"seeds: a count >= 1 or a list of integers >= 0, got {raw_seeds!r}")
+            seed_tuple = (0,)
         try:
             grid = cls(name=d.get("name") or "", axes=tuple(axes), fixed=fixed,
                        seeds=seed_tuple, description=d.get("description") or "")

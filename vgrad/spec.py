@@ -43,7 +43,8 @@ class SpecError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = list(dict.fromkeys(problems))  # dedupe, keep order
-        super().__init__("invalid spec:\n" + "\n".join(f"  - {p}" for p in self.problems))
+        n = len(self.problems)
+        super().__init__(f"{n} problem{'s' if n != 1 else ''}:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 def _f(default, help: str, *, type=str, choices=None, min=None, optional=False):
@@ -102,6 +103,8 @@ class _Spec:
         problems = [p for f in dataclasses.fields(self) for p in check_value(f, getattr(self, f.name))]
         if problems:
             raise SpecError(problems)
+        for f in dataclasses.fields(self):  # lr=1 and lr=1.0 must hash alike
+            object.__setattr__(self, f.name, coerce(f, getattr(self, f.name)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

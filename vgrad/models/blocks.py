@@ -17,6 +17,8 @@ ACTIVATION_MODULES = {
     "selu": lambda: nn.SELU(inplace=False),
 }
 
+ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.GELU, nn.SELU)
+
 
 def make_activation(name: str) -> nn.Module:
     try:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..spec import ModelSpec
-from .blocks import BLOCKS, conv_norm_act
+from .blocks import ACTIVATION_TYPES, BLOCKS, conv_norm_act
 from .init import fans
 from .layout import Layout, layout_for
 
@@ -32,6 +32,7 @@ class LayerInfo:
     fan_in: int
     fan_out: int
     numel: int
+    act_module: str | None  # the activation module this layer feeds (after norm / shortcut add)
 
 
 class Net(nn.Module):
@@ -70,15 +71,19 @@ class Net(nn.Module):
     def _layer_table(self) -> tuple[LayerInfo, ...]:
         # Modules are registered in forward order inside every block, so
         # named_modules() order is input -> output order.
-        weighted = [(n, m) for n, m in self.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        main = [(n, m) for n, m in weighted if ".shortcut." not in n]
-        side = [(n, m) for n, m in weighted if ".shortcut." in n]
+        # An activation module belongs to the nearest main-path layer before it.
+        main, side, act_of = [], [], {}
+        for n, m in self.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                (side if ".shortcut." in n else main).append((n, m))
+            elif isinstance(m, ACTIVATION_TYPES) and main:
+                act_of.setdefault(main[-1][0], n)
         assert len(main) == self.spec.depth, (len(main), self.spec.depth)
         table = []
         for i, (n, m) in enumerate(main + side):
             kind = "shortcut" if i >= len(main) else ("linear" if isinstance(m, nn.Linear) else "conv")
             fan_in, fan_out = fans(m.weight)
-            table.append(LayerInfo(i, n, kind, fan_in, fan_out, m.weight.numel()))
+            table.append(LayerInfo(i, n, kind, fan_in, fan_out, m.weight.numel(), act_of.get(n)))
         return tuple(table)
 
     def weighted_modules(self) -> list[nn.Module]:
