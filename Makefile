@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/vgrad grid list
 	$(VENV)/bin/vgrad grid show paper --limit 8
-	$(VENV)/bin/vgrad model --input cifar --depth 20 --arch residual
+	$(VENV)/bin/vgrad model --input cifar --depth 20 --arch residual | head -8
 	$(VENV)/bin/vgrad grid show smoke
+	RAY_AUTH_MODE=token $(VENV)/bin/vgrad probe --grid smoke --out ./results --steps 4
 
 test: setup
 	$(PY) -m pytest -q tests

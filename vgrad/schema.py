@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from .probe import QUANTITIES, STATS, ProbeRecord, Q, derive
+from .probe import MOMENTS, QUANTITIES, STATS, ProbeRecord, Q, derive
 
 SCHEMA_VERSION = 1
 DICT = pa.dictionary(pa.int32(), pa.string())
@@ -78,7 +78,7 @@ def layer_stats_table(*, sweep_id: str, trial, attempt: int, layers, records: li
             "fan_out": tile([i.fan_out for i in layers]), "numel": tile([i.numel for i in layers]),
             "weight_norm": np.concatenate([r.weight_norm for r in records]) if R else np.zeros(0),
             "lr": rep(lrs), "loss": rep(losses)}
-    moments = np.concatenate([r.moments for r in records]) if R else np.zeros((0, len(QUANTITIES), 9))
+    moments = np.concatenate([r.moments for r in records]) if R else np.zeros((0, len(QUANTITIES), len(MOMENTS)))
     for q in QUANTITIES:
         d = derive(moments[:, Q[q]])
         for s in STATS:

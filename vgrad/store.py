@@ -58,15 +58,15 @@ class StorageOptions:
 
 class Store:
     def __init__(self, url: str, options: StorageOptions | None = None):
-        self.url = url.rstrip("/") or url
         self.options = options or StorageOptions()
         self.scheme = url.split("://", 1)[0] if "://" in url else "file"
         if self.scheme not in ("file", "s3"):
             raise StoreError(f"unsupported storage URL {url!r}: valid are {', '.join(VALID_SCHEMES)}")
+        if self.scheme == "s3" and not url.split("://", 1)[1].strip("/"):
+            raise StoreError(f"storage URL {url!r} names no bucket: use s3://BUCKET[/PREFIX]")
+        self.url = url.rstrip("/")
         kwargs = self.options.for_s3fs() if self.scheme == "s3" else {}
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **kwargs)
-        if self.scheme == "s3" and not self.root.strip("/"):
-            raise StoreError(f"storage URL {url!r} names no bucket: use s3://BUCKET[/PREFIX]")
 
     def describe(self) -> str:
         endpoint = self.options.for_s3fs().get("endpoint_url")
@@ -77,9 +77,16 @@ class Store:
         """Write and delete a marker under the root: proves the bucket exists and the
         credentials can write, before any work is scheduled."""
         marker = self._path(f".vgrad-check-{uuid.uuid4().hex}")
+        fs = self.fs
+        if self.scheme == "s3":  # no retries with backoff here: a dead endpoint fails in seconds
+            fs = fsspec.filesystem("s3", **self.options.for_s3fs(),
+                                   config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 5})
         try:
-            self.write_bytes(marker, b"ok")
-            self.fs.rm(marker)
+            if self.scheme == "s3":
+                fs.pipe_file(marker, b"ok")
+            else:
+                self.write_bytes(marker, b"ok")
+            fs.rm(marker)
         except Exception as e:  # botocore/aiohttp/OS errors: translate, name the cause
             raise StoreError(f"cannot write to {self.describe()}: {_explain(e)}") from None
 
