@@ -4,6 +4,8 @@
     vgrad spec  [--depth 56 --activation sigmoid ...]   canonical JSON + trial_id
     vgrad model [--depth 56 --input imagenet ...]       layout, parameters, layer table
     vgrad probe --grid NAME|FILE --out URL [...]        gradient profiles at init, as Ray tasks
+    vgrad sweep --grid NAME|FILE --storage URL [...]    train a grid: Tune over Ray Train DDP trials
+    vgrad run   [--depth 20 ...]                        one trial in-process, for debugging
 """
 from __future__ import annotations
 
@@ -111,6 +113,48 @@ def cmd_probe(args) -> int:
     return 1 if summary["failed"] else 0
 
 
+def cmd_sweep(args) -> int:
+    from .store import StorageOptions, StoreError
+    from .sweep import Resources, run_sweep
+
+    grid = load_grid(args.grid, seeds=args.seeds, overrides=_parse_sets(args.set))
+    try:
+        resources = Resources(args.workers_per_trial, args.cpus_per_worker, args.gpus_per_worker, args.max_failures)
+    except ValueError as e:
+        print(f"vgrad sweep: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = run_sweep(grid, storage=args.storage, resources=resources, max_concurrent=args.max_concurrent,
+                            options=StorageOptions(endpoint_url=args.endpoint_url, region=args.region),
+                            resume=args.resume, address=args.address, sweep_id=args.sweep_id)
+    except StoreError as e:
+        print(f"vgrad sweep: error: {e}", file=sys.stderr)
+        return 2
+    return 1 if summary["failed"] else 0
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from .store import StorageOptions, StoreError, Store
+    from .train import Trial
+
+    trial = TrialSpec.from_flat(_flags_to_flat(args))
+    try:
+        store = Store(args.storage, StorageOptions(endpoint_url=args.endpoint_url, region=args.region))
+        store.check()
+    except StoreError as e:
+        print(f"vgrad run: error: {e}", file=sys.stderr)
+        return 2
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"run {trial.trial_id} on {device} -> {store.url_of(args.sweep_id)}")
+    summary = Trial(trial, store=store, sweep_id=args.sweep_id, device=device).run(
+        lambda metrics, state: print(f"epoch {metrics['epoch']}: test loss {metrics['test_loss']:.4g} "
+                                     f"acc {metrics['test_accuracy']:.3f}{' DIVERGED' if metrics['diverged'] else ''}"))
+    print(json.dumps(summary))
+    return 0
+
+
 def _add_storage_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, "
                    "else AWS). Credentials come from the AWS chain (env, ~/.aws, instance profile), never flags")
@@ -150,6 +194,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--gpus-per-cell", type=float, default=0.0, help="GPUs per cell task (fractions pack cells)")
     _add_storage_flags(pr)
 
+    sw = sub.add_parser("sweep", help="train every trial of a grid: Ray Tune over Ray Train DDP trials",
+                        description="One Ray Tune trial per grid cell, each a Ray Train TorchTrainer with "
+                        "N DDP workers recording the probe into Parquet.")
+    sw.add_argument("--grid", required=True, help=f"a named grid ({', '.join(named_grids())}) or a YAML file")
+    sw.add_argument("--storage", default="./results", help="root URL for our Parquet and Ray's files (default ./results)")
+    sw.add_argument("--workers-per-trial", type=int, default=1, help="DDP ranks per trial (default 1)")
+    sw.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per rank (default 1)")
+    sw.add_argument("--gpus-per-worker", type=float, default=0.0,
+                    help="GPUs per rank; 0 trains on CPU with gloo, >0 on GPU with nccl; a fraction packs 1-worker trials")
+    sw.add_argument("--max-concurrent", type=int, help="trials at a time (default: as many as the cluster fits)")
+    sw.add_argument("--max-failures", type=int, default=2, help="restarts per trial from its last checkpoint")
+    sw.add_argument("--resume", action="store_true", help="restore an interrupted sweep; run only unfinished trials")
+    sw.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the grid's seeds")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="pin any setting (repeatable)")
+    sw.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    sw.add_argument("--sweep-id", help="name of the output folder (default: grid name + hash of its trials)")
+    _add_storage_flags(sw)
+
+    rn = sub.add_parser("run", help="train one trial in-process (no Ray), for debugging")
+    rn.add_argument("--storage", default="./results", help="root URL (default ./results)")
+    rn.add_argument("--sweep-id", default="run", help="output folder name (default run)")
+    rn.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    _add_storage_flags(rn)
+    _add_spec_flags(rn)
+
     s = sub.add_parser("spec", help="print the canonical TrialSpec JSON and trial_id for flags")
     _add_spec_flags(s)
     m = sub.add_parser("model", help="build a model from flags: layout, parameters, layer table")
@@ -160,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"grid": cmd_grid, "spec": cmd_spec, "model": cmd_model, "probe": cmd_probe}
+    handlers = {"grid": cmd_grid, "spec": cmd_spec, "model": cmd_model, "probe": cmd_probe,
+                "sweep": cmd_sweep, "run": cmd_run}
     try:
         return handlers[args.cmd](args)
     except SpecError as e:
