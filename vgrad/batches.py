@@ -11,7 +11,9 @@ Where the data come from:
              tensor; crop-with-padding and flips run on the device (as the fast CIFAR
              trainers do), so no DataLoader workers are needed on few CPUs
   synthetic  ImageNet-sized synthetic images, made per batch on the host
-  folder     torchvision ImageFolder through a DataLoader fed with the same index lists
+  folder     torchvision ImageFolder through a DataLoader fed with the same index lists;
+             its random crops and flips are torchvision's, drawn in the loader workers, so
+             they are not reproducible across runs or world sizes (the images per batch are)
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class Batches:
             self.train, self.test = synthetic_for(trial, "train"), synthetic_for(trial, "test")
         else:
             self.kind = "folder"
-            self.train = image_folder(trial.data.data_root, "train", res, train=True)
+            self.train = image_folder(trial.data.data_root, "train", res, train=self.augment)
             self.test = image_folder(trial.data.data_root, "val", res, train=False)
         self.n_train = len(self.train[1]) if self.kind == "resident" else len(self.train)
         self.n_test = len(self.test[1]) if self.kind == "resident" else len(self.test)

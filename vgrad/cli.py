@@ -241,5 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def job_main(command: str) -> int:
+    """Entry for jobs/*.py under `ray job submit`: connect to the job's own cluster."""
+    args = sys.argv[1:]
+    if "--address" not in args:
+        args += ["--address", "auto"]
+    return main([command, *args])
+
+
 if __name__ == "__main__":
     sys.exit(main())

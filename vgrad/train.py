@@ -30,6 +30,9 @@ from .spec import TrialSpec
 from .store import Store
 
 GROUP = 10  # steps per train_metrics row: one host sync per group
+# Fault injection for the restart tests: "<trial_id>:<epoch>[,...]" makes attempt 0 of that
+# trial raise after finishing (and checkpointing) that epoch; later attempts run on.
+CRASH_ENV = "VGRAD_TEST_CRASH_AFTER_EPOCH"
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -87,6 +90,7 @@ class Trial:
     # -- the loop -------------------------------------------------------------------------
     def run(self, report: Callable[[dict, dict | None], None] | None = None) -> dict:
         tr = self.spec.training
+        self.ranks = self._gather_ranks()
         if self.rank == 0:
             self._write_manifest("running")
         for epoch in range(self.start_epoch, tr.epochs):
@@ -106,10 +110,21 @@ class Trial:
                          "test_loss": rows[-1]["loss"], "test_accuracy": rows[-1]["accuracy"], "attempt": self.attempt}
             if report is not None:
                 report(self.last, self.state(epoch) if self.rank == 0 else None)
+            if f"{self.spec.trial_id}:{epoch}" in os.environ.get(CRASH_ENV, "").split(",") and self.attempt == 0:
+                raise RuntimeError(f"{CRASH_ENV}: injected failure after epoch {epoch}")
         status = "diverged" if self.diverged else "completed"
         if self.rank == 0:
             self._write_manifest(status)
         return {"trial_id": self.spec.trial_id, "status": status, **self.last}
+
+    def _gather_ranks(self) -> list[dict]:
+        """Who took part (host, pid, device of every rank): the manifest's evidence of DDP."""
+        me = {"rank": self.rank, "host": os.uname().nodename, "pid": os.getpid(), "device": str(self.device)}
+        if self.world == 1:
+            return [me]
+        out = [None] * self.world
+        dist.all_gather_object(out, me)
+        return out
 
     def _epoch(self, epoch: int):
         spe, B = self.data.steps_per_epoch, self.spec.data.batch_size
@@ -181,7 +196,7 @@ class Trial:
     def _write_manifest(self, status: str) -> None:
         self.store.write_json(f"{self.sweep_id}/trials/{self.spec.trial_id}/trial.json", {
             "trial_id": self.spec.trial_id, "sweep_id": self.sweep_id, "kind": "train", "spec": self.spec.to_dict(),
-            "status": status, "attempts": self.attempt + 1, "world_size": self.world,
+            "status": status, "attempts": self.attempt + 1, "world_size": self.world, "ranks": self.ranks,
             "hardware": hardware(self.device), "last": self.last})
 
 
