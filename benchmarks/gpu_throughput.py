@@ -249,7 +249,7 @@ def ray_child(params_path: str) -> int:
         from vgrad.grid import SweepSpec
         from vgrad.sweep import Resources, run_sweep
 
-        ray.init(num_gpus=1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_gpus=1, include_dashboard=False, log_to_driver=False)  # a new local Ray
         result["cluster_resources"] = ray.cluster_resources()
         save()
         for sweep_id, seeds, gpus in (("ray-1gpu", [0], 1.0), ("ray-packed", [0, 1, 2, 3], 0.25)):
@@ -330,6 +330,7 @@ def run_ray(args, device, root: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network on the GPU machine
+    env.pop("RAY_ADDRESS", None)  # always a fresh local Ray on this GPU, never a cluster this runs inside
     idx = device.index or 0
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible:
@@ -472,8 +473,13 @@ def main(argv=None) -> int:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
 
-    from vgrad.train import GROUP
+    try:
+        from vgrad.train import GROUP
+        import_problem = None
+    except Exception as e:  # noqa: BLE001  (a vgrad dependency missing here: every variant will say so)
+        GROUP, import_problem = 10, f"vgrad.train cannot be imported ({type(e).__name__}: {e})"
 
+    args.device = str(device)
     args.steps = args.steps if args.steps is not None else (4 if on_cpu else 300)
     args.batch = args.batch if args.batch is not None else (16 if on_cpu else 128)
     args.warmup = args.warmup if args.warmup is not None else (2 if on_cpu else 30)
@@ -490,7 +496,7 @@ def main(argv=None) -> int:
 
     info = env_info(str(device))
     results: dict = {}
-    notes: list[str] = []
+    notes: list[str] = [import_problem] if import_problem else []
     report = {"env": info, "args": {k: v for k, v in vars(args).items() if k != "ray_child"},
               "targets": [], "variants": results, "notes": notes}
 
@@ -549,7 +555,7 @@ def main(argv=None) -> int:
                 notes.append(f"(d) Ray: stopped at --ray-timeout {args.ray_timeout}s; rows missing where no trial finished")
             for sid, s in d.get("sweeps", {}).items():
                 if s.get("failed"):
-                    notes.append(f"(d) {sid}: {s['failed']} trial(s) failed; see the JSON's errors or {root}/{sid}/ray")
+                    notes.append(f"(d) {sid}: {s['failed']} trial(s) failed; see the JSON's errors (--keep DIR keeps {sid}/ray)")
             s4 = d.get("sweeps", {}).get("ray-packed", {})
             if "overlap_fraction" in s4:
                 notes.append(f"(d) packed trials: training intervals overlapped for {s4['overlap_fraction']:.0%} of a "
@@ -587,4 +593,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        print(f"gpu_throughput: interrupted ({e or 'Ctrl-C'}); numbers so far are in --json, if given",
+              file=sys.stderr)
+        sys.exit(130)

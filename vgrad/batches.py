@@ -41,6 +41,7 @@ class Batches:
         self.B, self.local = trial.data.batch_size, trial.data.batch_size // world
         self.seed, self.augment = trial.seed, trial.data.augment
         self.loader_workers = loader_workers
+        self._planned = None
         ds, res = trial.data.dataset, trial.data.resolution
         if ds == "cifar10" or (ds == "synthetic" and res <= 64):
             self.kind = "resident"
@@ -77,10 +78,29 @@ class Batches:
         cap = self.trial.training.steps_per_epoch
         return min(full, cap) if cap else full
 
-    def _local_indices(self, epoch: int, step: int) -> torch.Tensor:
+    def _plan(self, epoch: int) -> dict:
+        """The epoch's index lists and augmentation draws for this rank, made once per epoch
+        on the host and copied to the device once: no host<->device traffic per step."""
+        if self._planned is not None and self._planned["epoch"] == epoch:
+            return self._planned
+        steps, sl = self.steps_per_epoch, slice(self.rank * self.local, (self.rank + 1) * self.local)
         perm = torch.randperm(self.n_train, generator=_gen(self.seed, 1, epoch))
-        glob = perm[step * self.B:(step + 1) * self.B]
-        return glob[self.rank * self.local:(self.rank + 1) * self.local]
+        idx = perm[: steps * self.B].view(steps, self.B)[:, sl].contiguous()
+        plan = {"epoch": epoch, "idx": idx}
+        if self.kind == "resident":
+            aug = []
+            for k in range(steps):  # per-step generators: the same draws for any world size
+                g = _gen(self.seed, 2, epoch, k)
+                draws = torch.randint(0, 2 * PAD + 1, (self.B, 2), generator=g)
+                flips = (torch.rand(self.B, generator=g) < 0.5).long()
+                aug.append(torch.cat([draws, flips[:, None]], 1)[sl])
+            plan["idx_dev"] = idx.to(self.device)
+            plan["aug_dev"] = torch.stack(aug).to(self.device)  # (steps, local, [oy, ox, flip])
+        self._planned = plan
+        return plan
+
+    def _local_indices(self, epoch: int, step: int) -> torch.Tensor:
+        return self._plan(epoch)["idx"][step]
 
     def epoch(self, epoch: int):
         """Yields (step, x, y): this rank's share of every global batch of ``epoch``, on the device."""
@@ -98,20 +118,19 @@ class Batches:
 
     def train_batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rank's share of global batch ``step`` of ``epoch``, on the device (resident/synthetic)."""
-        idx = self._local_indices(epoch, step)
+        plan = self._plan(epoch)
         if self.kind == "resident":
-            x, y = self.train[0][idx.to(self.device)], self.train[1][idx.to(self.device)]
-            return (self._augment(x, epoch, step) if self.augment else x), y
-        x, y = self.train.batch(idx.tolist(), dtype=self.dtype)
+            idx = plan["idx_dev"][step]
+            x, y = self.train[0][idx], self.train[1][idx]
+            return (self._augment(x, plan["aug_dev"][step]) if self.augment else x), y
+        x, y = self.train.batch(plan["idx"][step].tolist(), dtype=self.dtype)
         return x.to(self.device, self.dtype, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def _augment(self, x: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        """Random crop (zero padding PAD) and horizontal flip, per image, on the device."""
-        g = _gen(self.seed, 2, epoch, step)
-        draws = torch.randint(0, 2 * PAD + 1, (self.B, 2), generator=g)
-        flips = torch.rand(self.B, generator=g) < 0.5
-        sl = slice(self.rank * self.local, (self.rank + 1) * self.local)
-        oy, ox, flip = (v.to(x.device) for v in (draws[sl, 0], draws[sl, 1], flips[sl]))
+    @staticmethod
+    def _augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """Random crop (zero padding PAD) and horizontal flip, per image, on the device;
+        ``draws`` (local, 3) holds each image's row offset, column offset and flip."""
+        oy, ox, flip = draws[:, 0], draws[:, 1], draws[:, 2].bool()
         n, _, h, w = x.shape
         xp = torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD))
         rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]

@@ -112,14 +112,23 @@ def tune_trial(config: dict, *, store: Store, sweep_id: str, resources: dict) ->
     trainer.fit()
 
 
-def default_concurrency(res: Resources) -> int:
+AUTOSCALE_CONCURRENCY = 16  # when the cluster fits no trial yet (GPU nodes not up): let it scale
+
+
+def default_concurrency(res: Resources, echo=print) -> int:
+    """Trials the cluster's resources fit now; on an autoscaling cluster whose GPU nodes
+    are not up yet (fits none), a fixed number whose pending workers make it scale."""
     import ray
 
     total = ray.cluster_resources()
     fits = total.get("CPU", 0) / max(res.workers_per_trial * res.cpus_per_worker, 1e-9)
     if res.gpus_per_worker:
         fits = min(fits, total.get("GPU", 0) / (res.workers_per_trial * res.gpus_per_worker))
-    return max(1, math.floor(fits + 1e-9))
+    if fits < 1:
+        echo(f"the cluster fits no trial now ({total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU): "
+             f"running {AUTOSCALE_CONCURRENCY} at a time for the autoscaler; set --max-concurrent to choose")
+        return AUTOSCALE_CONCURRENCY
+    return math.floor(fits + 1e-9)
 
 
 def sweep_id_for(grid: SweepSpec, trials: list[TrialSpec]) -> str:
@@ -166,7 +175,7 @@ def run_sweep(grid: SweepSpec, *, storage: str, options: StorageOptions | None =
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if address is None else {}))
     path, fs = ray_storage(store, sweep_id)
-    concurrency = max_concurrent or default_concurrency(resources)
+    concurrency = max_concurrent or default_concurrency(resources, echo)
     trainable = tune.with_resources(  # no CPU: it only waits on its trainer's workers
         tune.with_parameters(tune_trial, store=store, sweep_id=sweep_id, resources=asdict(resources)),
         {"CPU": 0, "memory": 2**20})  # a bundle cannot be empty: 1 MiB of memory
