@@ -1,6 +1,4 @@
 """Two gloo processes, each on half the batch, give the statistics of one process on all of it."""
-import socket
-
 import numpy as np
 import pytest
 import torch
@@ -25,8 +23,9 @@ def spec_for(arch):
     return ModelSpec(arch=arch, depth=8, activation="tanh", norm="none", width=4)
 
 
-def worker(rank, world, port, arch, out_path):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def worker(rank, world, rendezvous, arch, out_path):
+    # a file rendezvous: no free-port race with other processes on the machine
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     net = build_model(spec_for(arch), seed=0).double()
     ddp = nn.parallel.DistributedDataParallel(net)
@@ -38,19 +37,14 @@ def worker(rank, world, port, arch, out_path):
     rec = probe.finish(step=0)
     if rank == 0:
         np.savez(out_path, moments=rec.moments, weight_norm=rec.weight_norm)
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("arch", ["plain", "residual"])
 def test_two_gloo_ranks_equal_one_process(tmp_path, arch):
     out = str(tmp_path / "ddp.npz")
-    mp.spawn(worker, args=(2, free_port(), arch, out), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, str(tmp_path / "rendezvous"), arch, out), nprocs=2, join=True)
     ddp = np.load(out)
 
     net = build_model(spec_for(arch), seed=0).double()
