@@ -75,7 +75,29 @@ def _count(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(dtype=torch.float64)
 
 
-def moments(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+class Scratch:
+    """Reusable temporaries for the probe on the CPU.  A fresh multi-MiB tensor there is
+    a fresh mmap whose pages fault in on first touch, which cost as much as the
+    reductions; kept buffers (the largest layer output's size, in float64 and in the
+    compute dtype) avoid it.  On a GPU the caching allocator already reuses blocks, so
+    the probe passes no Scratch there and holds no memory between steps."""
+
+    def __init__(self):
+        self.bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, role: str, dtype: torch.dtype, n: int, device) -> torch.Tensor:
+        b = self.bufs.get((role, dtype))
+        if b is None or b.numel() < n or b.device != torch.device(device):
+            b = self.bufs[role, dtype] = torch.empty(n, dtype=dtype, device=device)
+        return b[:n]
+
+
+def _temp(scratch: Scratch | None, role: str, like: torch.Tensor, dtype=None) -> torch.Tensor | None:
+    """A scratch view (distinct per role, so a float64 input's copy and temp never alias)."""
+    return None if scratch is None else scratch.get(role, dtype or like.dtype, like.numel(), like.device)
+
+
+def moments(x: torch.Tensor, scale: float = 1.0, scratch: Scratch | None = None) -> torch.Tensor:
     """MOMENTS of ``scale * x`` as a float64 vector on x's device; no host sync.
 
     Cost: one float64 copy of x (reused in place for the tiny count), two float32
@@ -89,32 +111,36 @@ def moments(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     x = x.detach().reshape(-1)
     n = x.numel()
     f64 = torch.float64
-    xd = x.to(f64, copy=True)  # a copy even for float64 input: it is overwritten below
+    d, t = _temp(scratch, "copy", x, f64), _temp(scratch, "temp", x)
+    xd = x.to(f64, copy=True) if d is None else d.copy_(x)  # a copy even for float64 input: overwritten below
     lo, hi = torch.aminmax(x)
     total, sumsq = xd.sum() * scale, torch.dot(xd, xd) * scale**2
+    n_zero = _count(torch.abs(x, out=t).eq_(0.0))
+    n_nonfinite = _count(torch.sub(x, x, out=t).ne_(0.0))                # x - x is NaN exactly where x is inf/nan
     return torch.stack([
         torch.full((), n, dtype=f64, device=x.device),                # count: a fill, no host->device copy
         total,
         sumsq,
         torch.maximum(-lo, hi).to(f64) * scale,                      # NaN propagates: nonfinite says why
-        _count(x.abs().eq_(0.0)),
+        n_zero,
         _count(xd.abs_().lt_(TINY / scale)),                          # NaN compares false: not tiny
-        _count((x - x).ne_(0.0)),                                     # x - x is NaN exactly where x is inf/nan
+        n_nonfinite,
         torch.zeros((), dtype=f64, device=x.device),                   # n_saturated: filled by the act hook
     ])
 
 
-def count_saturated(z: torch.Tensor, activation: str) -> torch.Tensor:
+def count_saturated(z: torch.Tensor, activation: str, scratch: Scratch | None = None) -> torch.Tensor:
     # In-place comparisons on a float temporary (1.0 / 0.0): on the CPU about four times
     # cheaper than comparisons that allocate a bool tensor.  NaN compares false.
     rule, c = SATURATION[activation]
-    z = z.detach()
+    z = z.detach().reshape(-1)
+    t = _temp(scratch, "temp", z)
     if rule == "abs_gt":
-        mask = z.abs().gt_(c)
+        mask = torch.abs(z, out=t).gt_(c)
     elif rule == "le":
-        mask = z.neg().ge_(-c)
+        mask = torch.neg(z, out=t).ge_(-c)
     else:
-        mask = (z - c).lt_(0.0)  # z - c < 0 exactly when z < c (IEEE, gradual underflow)
+        mask = torch.sub(z, c, out=t).lt_(0.0)  # z - c < 0 exactly when z < c (IEEE, gradual underflow)
     return _count(mask)
 
 
@@ -149,6 +175,8 @@ class Probe:
         self.layers, self.modules = net.layers, net.weighted_modules()
         self.activation, self.record_act, self.world_size = activation, record_act, world_size
         self.recording, self.buf, self._handles = False, None, []
+        cpu = self.modules[0].weight.device.type == "cpu"
+        self.scratch = Scratch() if cpu else None
         by_name = dict(net.named_modules())
         for info, module in zip(self.layers, self.modules):
             self._handles.append(module.register_forward_hook(self._on_output(info.index)))
@@ -161,21 +189,21 @@ class Probe:
             if not self.recording:
                 return
             if self.record_act:
-                self.buf[i, Q["act"], : M["n_saturated"]] = moments(out)[: M["n_saturated"]]
+                self.buf[i, Q["act"], : M["n_saturated"]] = moments(out, 1.0, self.scratch)[: M["n_saturated"]]
             if out.requires_grad:
                 out.register_hook(self._on_signal(i))
         return hook
 
     def _on_signal(self, i: int):
         def hook(grad):
-            self.buf[i, Q["signal"]] = moments(grad, 1.0 / self.world_size)
+            self.buf[i, Q["signal"]] = moments(grad, 1.0 / self.world_size, self.scratch)
             # returns None: the gradient flows on unchanged
         return hook
 
     def _on_act_input(self, i: int):
         def hook(module, inputs):
             if self.recording:
-                self.buf[i, Q["act"], M["n_saturated"]] = count_saturated(inputs[0], self.activation)
+                self.buf[i, Q["act"], M["n_saturated"]] = count_saturated(inputs[0], self.activation, self.scratch)
         return hook
 
     def start(self) -> None:
@@ -192,7 +220,7 @@ class Probe:
         self.recording = False
         for i, m in enumerate(self.modules):
             if m.weight.grad is not None:
-                self.buf[i, Q["wgrad"]] = moments(m.weight.grad)
+                self.buf[i, Q["wgrad"]] = moments(m.weight.grad, 1.0, self.scratch)
         buf = self.buf
         if self.world_size > 1:  # signal and act are per-rank: one all_gather, combined here
             parts = [torch.empty_like(buf) for _ in range(self.world_size)]
