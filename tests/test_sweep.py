@@ -87,6 +87,15 @@ def test_restart_resumes_from_last_checkpoint(ray_session, tmp_path):
     assert sorted(ls.step.unique()) == list(range(6))
     assert (ls[ls.step >= 2].attempt == 1).all() and (ls[ls.step < 2].attempt == 0).all()
 
+    # Running the same sweep again finds the finished checkpoint: nothing retrains, no file changes.
+    parts = sorted((tmp_path / "r").glob("*/trial_id=*/part-*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    again = run_sweep(grid("restart", RESTART), storage=root, resources=Resources(), sweep_id="r", echo=lambda *_: None)
+    assert again["completed"] == 1
+    assert [p.stat().st_mtime_ns for p in parts] == stamps and len(parts) == 6
+    m = manifest(root, "r", RESTART_ID)
+    assert m["status"] == "completed" and m["last"]["epoch"] == 2
+
 
 def test_resume_runs_only_unfinished_trials(ray_session, tmp_path):
     root = str(tmp_path)

@@ -77,7 +77,8 @@ class Trial:
     # -- checkpoints -----------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
         return {"model": self.net.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                "epoch": epoch, "attempt": self.attempt, "diverged": self.diverged, "rng": torch.get_rng_state()}
+                "epoch": epoch, "attempt": self.attempt, "diverged": self.diverged, "rng": torch.get_rng_state(),
+                "last": self.last}
 
     def restore(self, state: dict) -> None:
         self.net.load_state_dict(state["model"])
@@ -85,14 +86,17 @@ class Trial:
         self.sched.load_state_dict(state["sched"])
         torch.set_rng_state(state["rng"])
         self.start_epoch, self.attempt = state["epoch"] + 1, state["attempt"] + 1
-        self.diverged = state["diverged"]
+        self.diverged, self.last = state["diverged"], state["last"]
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, report: Callable[[dict, dict | None], None] | None = None) -> dict:
         tr = self.spec.training
         self.ranks = self._gather_ranks()
         if self.rank == 0:
+            self.attempt = max(self.attempt, self._previous_attempts())
             self._write_manifest("running")
+        if report is not None and (self.start_epoch >= tr.epochs or self.diverged):
+            report(self.last, None)  # restored a finished trial: nothing to run, tell Tune its result
         for epoch in range(self.start_epoch, tr.epochs):
             if self.diverged:
                 break
@@ -116,6 +120,14 @@ class Trial:
         if self.rank == 0:
             self._write_manifest(status)
         return {"trial_id": self.spec.trial_id, "status": status, **self.last}
+
+    def _previous_attempts(self) -> int:
+        """Attempts an earlier run of this trial recorded (0 if none): a restart that found
+        no checkpoint still counts as a new attempt, so its rows win the dedupe."""
+        try:
+            return int(self.store.read_json(f"{self.sweep_id}/trials/{self.spec.trial_id}/trial.json")["attempts"])
+        except (FileNotFoundError, KeyError, ValueError):
+            return 0
 
     def _gather_ranks(self) -> list[dict]:
         """Who took part (host, pid, device of every rank): the manifest's evidence of DDP."""
