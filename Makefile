@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/vgrad model --input cifar --depth 20 --arch residual | head -8
 	$(VENV)/bin/vgrad grid show smoke
 	RAY_AUTH_MODE=token $(VENV)/bin/vgrad probe --grid smoke --out ./results --steps 4
-	RAY_AUTH_MODE=token $(VENV)/bin/vgrad sweep --grid smoke --storage ./results
+	RAY_AUTH_MODE=token $(VENV)/bin/vgrad sweep --grid smoke --storage ./results --resume
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -153,7 +153,10 @@ def test_load_cifar10_from_an_fsspec_url(cifar_root, tmp_path):
         from vgrad.loaders import local_copy
 
         cache = local_copy(url, cache_dir=str(tmp_path / "cache"))
-        assert os.path.isfile(os.path.join(cache, ".complete"))
+        assert os.path.isdir(os.path.join(cache, CIFAR_DIR))
+        assert not [n for n in os.listdir(tmp_path / "cache") if n.startswith(".download-")]  # renamed whole
+        fs.rm(url.removeprefix("memory://") + f"/{CIFAR_DIR}/test_batch")
+        assert local_copy(url, cache_dir=str(tmp_path / "cache")) == cache  # copied once: no second download
         out = load_cifar10(cache)
         for split, names in (("train", CIFAR_TRAIN), ("test", CIFAR_TEST)):
             want_x, want_y = expected_split(written, names)

@@ -119,3 +119,10 @@ def test_sweepspec_direct():
     g = SweepSpec(name="d", axes=(("depth", (20, 56)),), fixed=(("width", 4),), seeds=(0, 1))
     assert len(g) == 4 and len(g.trials()) == 4
     assert g.to_dict()["axes"] == {"depth": [20, 56]}
+
+
+@pytest.mark.parametrize("axes", [{"depth": (20, 20)}, {"width": (16, None)}, {"lr": (1, 1.0)}])
+def test_duplicate_cells_are_refused(axes):
+    # two cells with one trial_id would write the same files at once
+    with pytest.raises(SpecError, match=r"duplicate cell [0-9a-f]{12} .*: the same settings appear twice"):
+        SweepSpec(name="dup", axes=tuple(axes.items()))

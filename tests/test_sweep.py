@@ -12,6 +12,7 @@ import pytest
 
 from vgrad.grid import SweepSpec
 from vgrad.spec import TrialSpec
+from vgrad.store import StoreError
 from vgrad.sweep import Resources, run_sweep
 from vgrad.train import CRASH_ENV
 
@@ -87,10 +88,14 @@ def test_restart_resumes_from_last_checkpoint(ray_session, tmp_path):
     assert sorted(ls.step.unique()) == list(range(6))
     assert (ls[ls.step >= 2].attempt == 1).all() and (ls[ls.step < 2].attempt == 0).all()
 
-    # Running the same sweep again finds the finished checkpoint: nothing retrains, no file changes.
+    # The same sweep again: refused without --resume (it would mix old results with a new
+    # sweep.json); with --resume nothing retrains and no file changes.
+    with pytest.raises(StoreError, match="already exists .* pass --resume"):
+        run_sweep(grid("restart", RESTART), storage=root, resources=Resources(), sweep_id="r", echo=lambda *_: None)
     parts = sorted((tmp_path / "r").glob("*/trial_id=*/part-*.parquet"))
     stamps = [p.stat().st_mtime_ns for p in parts]
-    again = run_sweep(grid("restart", RESTART), storage=root, resources=Resources(), sweep_id="r", echo=lambda *_: None)
+    again = run_sweep(grid("restart", RESTART), storage=root, resources=Resources(), sweep_id="r", resume=True,
+                      echo=lambda *_: None)
     assert again["completed"] == 1
     assert [p.stat().st_mtime_ns for p in parts] == stamps and len(parts) == 6
     m = manifest(root, "r", RESTART_ID)
@@ -106,7 +111,8 @@ def test_resume_runs_only_unfinished_trials(ray_session, tmp_path):
     assert first["completed"] == 1 and first["failed"] == 1  # the injected crash, no retries allowed
     ok_json = os.path.join(root, "s", "trials", ok_id, "trial.json")
     before = os.stat(ok_json).st_mtime_ns
-    assert manifest(root, "s", RESUME_FAILING_ID)["status"] == "running"  # died mid-trial
+    failed = manifest(root, "s", RESUME_FAILING_ID)
+    assert failed["status"] == "failed" and "injected failure" in failed["error"]
 
     lines = []
     second = run_sweep(g, storage=root, resources=Resources(max_failures=0), sweep_id="s", max_concurrent=1,

@@ -97,6 +97,9 @@ def cmd_probe(args) -> int:
     from .probe_run import run_probe_grid
     from .store import StorageOptions, StoreError
 
+    if args.steps < 0 or (args.batch is not None and args.batch < 1) or args.gpus_per_cell < 0:
+        print("vgrad probe: error: --steps must be >= 0, --batch >= 1, --gpus-per-cell >= 0", file=sys.stderr)
+        return 2
     overrides = _parse_sets(args.set)
     if args.dtype:
         overrides["dtype"] = args.dtype
@@ -149,8 +152,8 @@ def cmd_run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"run {trial.trial_id} on {device} -> {store.url_of(args.sweep_id)}")
     summary = Trial(trial, store=store, sweep_id=args.sweep_id, device=device).run(
-        lambda metrics, state: print(f"epoch {metrics['epoch']}: test loss {metrics['test_loss']:.4g} "
-                                     f"acc {metrics['test_accuracy']:.3f}{' DIVERGED' if metrics['diverged'] else ''}"))
+        lambda m, state: m and print(f"epoch {m['epoch']}: test loss {m['test_loss']:.4g} "
+                                     f"acc {m['test_accuracy']:.3f}{' DIVERGED' if m['diverged'] else ''}"))
     print(json.dumps(summary))
     return 0
 

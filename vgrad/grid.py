@@ -83,6 +83,13 @@ class SweepSpec:
                     out.append(TrialSpec.from_flat(flat))
                 except SpecError as e:
                     problems += e.problems
+        seen: dict[str, dict] = {}
+        for t in out:  # two cells with the same trial_id would write the same files at once
+            if t.trial_id in seen:
+                cell = {k: t.to_flat()[k] for k in keys} | {"seed": t.seed}
+                problems.append(f"duplicate cell {t.trial_id} {cell}: the same settings appear twice "
+                                f"(a repeated axis value, or one equal to its default)")
+            seen[t.trial_id] = t
         if problems:
             raise SpecError(problems)
         return out

@@ -26,24 +26,29 @@ class DataError(ValueError):
     """A dataset root that cannot be read; the message names the files it expected."""
 
 
-def local_copy(root: str, cache_dir: str | None = None) -> str:
-    """A local path for ``root``: itself when local, else a cached copy of the URL's tree."""
+def local_copy(root: str, cache_dir: str | None = None, storage_options: dict | None = None) -> str:
+    """A local path for ``root``: itself when local, else a cached copy of the URL's tree.
+
+    One download per node: ranks and packed trials sharing a data_root wait on a file
+    lock; the tree lands in a temp folder that is renamed into place whole."""
     if "://" not in root or root.startswith("file://"):
         return root.removeprefix("file://")
+    import fcntl
+
     import fsspec
 
     cache = cache_dir or os.path.join(tempfile.gettempdir(), "vgrad-data")
+    os.makedirs(cache, exist_ok=True)
     dest = os.path.join(cache, hashlib.sha256(root.encode()).hexdigest()[:16])
-    if not os.path.exists(os.path.join(dest, ".complete")):
-        fs, path = fsspec.core.url_to_fs(root)
-        if not fs.exists(path):
-            raise DataError(f"{root}: not found")
-        tmp = f"{dest}.tmp-{os.getpid()}"
-        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        os.makedirs(dest, exist_ok=True)
-        for name in os.listdir(tmp):
-            os.replace(os.path.join(tmp, name), os.path.join(dest, name))
-        open(os.path.join(dest, ".complete"), "w").close()
+    with open(f"{dest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not os.path.isdir(dest):
+            fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+            if not fs.exists(path):
+                raise DataError(f"{root}: not found")
+            tmp = tempfile.mkdtemp(prefix=".download-", dir=cache)
+            fs.get(path.rstrip("/") + "/", tmp + "/", recursive=True)
+            os.replace(tmp, dest)
     return dest
 
 

@@ -129,7 +129,9 @@ def run_probe_grid(grid: SweepSpec, *, out: str, options: StorageOptions | None 
         local = {"include_dashboard": False} if address is None else {}
         ray.init(address=address, log_to_driver=False, **local)
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=1)(probe_trial)
-    pending = {task.remote(t, steps=steps, store=store, sweep_id=sweep_id): t for t in trials}
+    # Ray no longer hides GPUs from tasks that asked for none: pick the device explicitly.
+    device = "cuda" if gpus_per_cell > 0 else "cpu"
+    pending = {task.remote(t, steps=steps, store=store, sweep_id=sweep_id, device=device): t for t in trials}
     results, failures = [], []
     echo(f"probe {grid.name}: {len(trials)} cells -> {store.url_of(sweep_id)}")
     while pending:

@@ -104,11 +104,19 @@ class Store:
     # -- whole-file writes ------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
         if self.scheme == "file":
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # atomic: readers never see half a file
+            folder, name = os.path.split(path)
+            os.makedirs(folder, exist_ok=True)
+            # A dot name: pyarrow/pandas skip it, so a writer killed mid-file leaves no
+            # half file in a partition folder that readers would trip on.
+            tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)  # atomic: readers never see half a file
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
         else:
             self.fs.pipe_file(path, data)  # one PUT below s3fs's multipart threshold
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from .grid import SweepSpec
 from .probe_run import write_sweep_manifest
 from .spec import TrialSpec
-from .store import Store, StorageOptions
+from .store import Store, StorageOptions, StoreError
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,16 @@ def tune_trial(config: dict, *, store: Store, sweep_id: str, resources: dict) ->
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              callbacks=[TuneReportCallback()]),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as e:  # retries used up: say so in the trial's manifest, then let Tune see it
+        rel = f"{sweep_id}/trials/{trial.trial_id}/trial.json"
+        try:
+            manifest = store.read_json(rel)
+        except FileNotFoundError:
+            manifest = {"trial_id": trial.trial_id, "sweep_id": sweep_id, "spec": trial.to_dict()}
+        store.write_json(rel, manifest | {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000]})
+        raise
 
 
 AUTOSCALE_CONCURRENCY = 16  # when the cluster fits no trial yet (GPU nodes not up): let it scale
@@ -170,8 +179,14 @@ def run_sweep(grid: SweepSpec, *, storage: str, options: StorageOptions | None =
 
     trials = grid.trials()
     store = Store(storage, options)
+    if store.options.key or store.options.secret:
+        raise StoreError("explicit S3 keys are not passed to a sweep: Ray would keep them in its saved state; "
+                         "use the AWS credential chain (environment, ~/.aws, instance profile)")
     store.check()  # fail fast, before Ray starts
     sweep_id = sweep_id or sweep_id_for(grid, trials)
+    if not resume and store.exists(f"{sweep_id}/ray"):
+        raise StoreError(f"sweep {sweep_id} already exists at {store.url_of(sweep_id)}: pass --resume to "
+                         "continue it (finished trials are kept) or --sweep-id to start another")
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if address is None else {}))
     path, fs = ray_storage(store, sweep_id)

@@ -84,7 +84,7 @@ class Trial:
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # map_location put it on the device
         self.start_epoch, self.attempt = state["epoch"] + 1, state["attempt"] + 1
         self.diverged, self.last = state["diverged"], state["last"]
 
@@ -92,8 +92,11 @@ class Trial:
     def run(self, report: Callable[[dict, dict | None], None] | None = None) -> dict:
         tr = self.spec.training
         self.ranks = self._gather_ranks()
+        previous = [self._previous_attempts() if self.rank == 0 else 0]
+        if self.world > 1:  # every rank must agree on the attempt (the crash injection reads it)
+            dist.broadcast_object_list(previous, 0)
+        self.attempt = max(self.attempt, previous[0])
         if self.rank == 0:
-            self.attempt = max(self.attempt, self._previous_attempts())
             self._write_manifest("running")
         if report is not None and (self.start_epoch >= tr.epochs or self.diverged):
             report(self.last, None)  # restored a finished trial: nothing to run, tell Tune its result
@@ -179,6 +182,9 @@ class Trial:
 
     @torch.no_grad()
     def _evaluate(self, epoch: int) -> dict:
+        if self.world > 1:  # batch-norm running stats drift per rank: evaluate rank 0's model, as checkpointed
+            for b in self.net.buffers():
+                dist.broadcast(b, 0)
         self.model.eval()
         tot = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, correct
         count, t0 = 0, time.perf_counter()
