@@ -6,31 +6,15 @@ cell's trial.json.  Seconds per cell; no Ray Train, no DDP.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import platform
-import subprocess
-import sys
 import time
-from datetime import datetime, timezone
 
 from .grid import SweepSpec
+from .runs import hardware, start_ray, sweep_id, trial_label, write_sweep_manifest
 from .spec import TrialSpec
 from .store import Store, StorageOptions
 
 PROBE_DATASETS = ("synthetic",)
-
-
-def hardware(device) -> dict:
-    import torch
-
-    info = {"host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
-            "device": str(device), "cpus": os.cpu_count()}
-    if str(device).startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def probe_trial(trial: TrialSpec, *, steps: int, store: Store, sweep_id: str, attempt: int = 0,
@@ -82,7 +66,7 @@ def probe_trial(trial: TrialSpec, *, steps: int, store: Store, sweep_id: str, at
                "steps_recorded": len(records), "loss0": losses[0],
                "signal_rms_first": float(sig[main][0]), "signal_rms_last": float(sig[main][-1]),
                "wall_s": time.perf_counter() - t0}
-    store.write_json(f"{sweep_id}/trials/{trial.trial_id}/trial.json", {
+    store.write_json(Store.trial_json(sweep_id, trial.trial_id), {
         "trial_id": trial.trial_id, "sweep_id": sweep_id, "kind": "probe", "spec": trial.to_dict(),
         "status": status, "attempts": attempt + 1, "steps": steps, "hardware": hardware(device),
         "files": [store.url_of(part)], "summary": summary})
@@ -90,27 +74,7 @@ def probe_trial(trial: TrialSpec, *, steps: int, store: Store, sweep_id: str, at
 
 
 def probe_sweep_id(grid: SweepSpec, trials: list[TrialSpec], steps: int) -> str:
-    """Deterministic: rerunning the same probe rewrites the same files."""
-    h = hashlib.sha256(json.dumps([steps] + [t.trial_id for t in trials]).encode()).hexdigest()[:8]
-    return f"{grid.name}-probe-{h}"
-
-
-def git_sha() -> str | None:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                           cwd=os.path.dirname(os.path.abspath(__file__)))
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def write_sweep_manifest(store: Store, sweep_id: str, grid: SweepSpec, trials: list[TrialSpec], **extra) -> None:
-    from . import __version__
-
-    store.write_json(f"{sweep_id}/sweep.json", {
-        "sweep_id": sweep_id, "grid": grid.to_dict(), "trial_ids": [t.trial_id for t in trials],
-        "vgrad_version": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra})
+    return sweep_id(grid, trials, "probe", (steps,))
 
 
 def run_probe_grid(grid: SweepSpec, *, out: str, options: StorageOptions | None = None, steps: int = 0,
@@ -125,9 +89,7 @@ def run_probe_grid(grid: SweepSpec, *, out: str, options: StorageOptions | None 
     sweep_id = sweep_id or probe_sweep_id(grid, trials, steps)
     write_sweep_manifest(store, sweep_id, grid, trials, kind="probe", steps=steps)
     t0 = time.perf_counter()
-    if not ray.is_initialized():
-        local = {"include_dashboard": False} if address is None else {}
-        ray.init(address=address, log_to_driver=False, **local)
+    start_ray(address)
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=1)(probe_trial)
     # Ray no longer hides GPUs from tasks that asked for none: pick the device explicitly.
     device = "cuda" if gpus_per_cell > 0 else "cpu"
@@ -137,16 +99,15 @@ def run_probe_grid(grid: SweepSpec, *, out: str, options: StorageOptions | None 
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         trial = pending.pop(done[0])
-        m, n = trial.model, len(results) + len(failures) + 1
-        label = f"{trial.trial_id} {m.arch:8s} {m.input:8s} d={m.depth:<3d} {m.activation:7s} {m.norm:9s} {m.init:10s} s={trial.seed}"
+        label = trial_label(len(results) + len(failures) + 1, len(trials), trial)
         try:
             r = ray.get(done[0])
         except Exception as e:  # a failed cell is reported, the others go on
             failures.append({"trial_id": trial.trial_id, "error": f"{type(e).__name__}: {e}".splitlines()[0]})
-            echo(f"[{n:>4d}/{len(trials)}] {label} FAILED {failures[-1]['error']}")
+            echo(f"{label} FAILED {failures[-1]['error']}")
             continue
         results.append(r)
-        echo(f"[{n:>4d}/{len(trials)}] {label} {r['status']:9s} loss {r['loss0']:.3g}  signal rms "
+        echo(f"{label} {r['status']:9s} loss {r['loss0']:.3g}  signal rms "
              f"first {r['signal_rms_first']:.2e} last {r['signal_rms_last']:.2e}  {r['wall_s']:.1f}s")
     wall = time.perf_counter() - t0
     summary = {"sweep_id": sweep_id, "url": store.url_of(sweep_id), "cells": len(trials),

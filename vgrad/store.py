@@ -98,6 +98,10 @@ class Store:
         return f"{self.url}/{rel}"
 
     @staticmethod
+    def trial_json(sweep_id: str, trial_id: str) -> str:
+        return f"{sweep_id}/trials/{trial_id}/trial.json"
+
+    @staticmethod
     def part_name(table: str, sweep_id: str, trial_id: str, first_step: int) -> str:
         return f"{sweep_id}/{table}/trial_id={trial_id}/part-{first_step:09d}.parquet"
 

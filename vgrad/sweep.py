@@ -8,14 +8,13 @@ checkpoints) live under <root>/<sweep_id>/ray, ours beside them (docs/schema.md)
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
 
 from .grid import SweepSpec
-from .probe_run import write_sweep_manifest
+from .runs import start_ray, sweep_id as make_sweep_id, trial_label, write_sweep_manifest
 from .spec import TrialSpec
 from .store import Store, StorageOptions, StoreError
 
@@ -112,7 +111,7 @@ def tune_trial(config: dict, *, store: Store, sweep_id: str, resources: dict) ->
     try:
         trainer.fit()
     except Exception as e:  # retries used up: say so in the trial's manifest, then let Tune see it
-        rel = f"{sweep_id}/trials/{trial.trial_id}/trial.json"
+        rel = Store.trial_json(sweep_id, trial.trial_id)
         try:
             manifest = store.read_json(rel)
         except FileNotFoundError:
@@ -141,9 +140,7 @@ def default_concurrency(res: Resources, echo=print) -> int:
 
 
 def sweep_id_for(grid: SweepSpec, trials: list[TrialSpec]) -> str:
-    import hashlib
-
-    return f"{grid.name}-{hashlib.sha256(json.dumps([t.trial_id for t in trials]).encode()).hexdigest()[:8]}"
+    return make_sweep_id(grid, trials)
 
 
 def _progress_callback(total: int, echo):
@@ -155,11 +152,9 @@ def _progress_callback(total: int, echo):
 
         def _line(self, trial, state: str):
             self.done += 1
-            spec = TrialSpec.from_json(trial.config["trial"])
-            m, r = spec.model, trial.last_result or {}
+            r = trial.last_result or {}
             status = "diverged" if r.get("diverged") else state
-            echo(f"[{self.done:>4d}/{total}] {spec.trial_id} {m.arch:8s} {m.input:8s} d={m.depth:<3d} "
-                 f"{m.activation:7s} {m.norm:9s} {m.init:10s} s={spec.seed} {status:9s} "
+            echo(f"{trial_label(self.done, total, TrialSpec.from_json(trial.config['trial']))} {status:9s} "
                  f"test loss {r.get('test_loss', float('nan')):.4g} acc {r.get('test_accuracy', float('nan')):.3f}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -174,7 +169,6 @@ def _progress_callback(total: int, echo):
 def run_sweep(grid: SweepSpec, *, storage: str, options: StorageOptions | None = None,
               resources: Resources = Resources(), max_concurrent: int | None = None, resume: bool = False,
               address: str | None = None, sweep_id: str | None = None, echo=print) -> dict:
-    import ray
     from ray import tune
 
     trials = grid.trials()
@@ -187,8 +181,7 @@ def run_sweep(grid: SweepSpec, *, storage: str, options: StorageOptions | None =
     if not resume and store.exists(f"{sweep_id}/ray"):
         raise StoreError(f"sweep {sweep_id} already exists at {store.url_of(sweep_id)}: pass --resume to "
                          "continue it (finished trials are kept) or --sweep-id to start another")
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if address is None else {}))
+    start_ray(address)
     path, fs = ray_storage(store, sweep_id)
     concurrency = max_concurrent or default_concurrency(resources, echo)
     trainable = tune.with_resources(  # no CPU: it only waits on its trainer's workers

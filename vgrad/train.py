@@ -24,7 +24,7 @@ from torch import nn
 from .batches import Batches
 from .models import build_model
 from .probe import M, Probe, record_steps
-from .probe_run import hardware
+from .runs import hardware
 from .schema import layer_stats_table, train_metrics_table
 from .spec import TrialSpec
 from .store import Store
@@ -128,7 +128,7 @@ class Trial:
         """Attempts an earlier run of this trial recorded (0 if none): a restart that found
         no checkpoint still counts as a new attempt, so its rows win the dedupe."""
         try:
-            return int(self.store.read_json(f"{self.sweep_id}/trials/{self.spec.trial_id}/trial.json")["attempts"])
+            return int(self.store.read_json(Store.trial_json(self.sweep_id, self.spec.trial_id))["attempts"])
         except (FileNotFoundError, KeyError, ValueError):
             return 0
 
@@ -212,7 +212,7 @@ class Trial:
         self.store.write_table(Store.part_name("train_metrics", sid, tid, first_step), table)
 
     def _write_manifest(self, status: str) -> None:
-        self.store.write_json(f"{self.sweep_id}/trials/{self.spec.trial_id}/trial.json", {
+        self.store.write_json(Store.trial_json(self.sweep_id, self.spec.trial_id), {
             "trial_id": self.spec.trial_id, "sweep_id": self.sweep_id, "kind": "train", "spec": self.spec.to_dict(),
             "status": status, "attempts": self.attempt + 1, "world_size": self.world, "ranks": self.ranks,
             "hardware": hardware(self.device), "last": self.last})
